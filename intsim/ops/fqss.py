@@ -1,0 +1,3 @@
+"""fqss ops (being written)."""
+
+OPS = {}

@@ -1,0 +1,3 @@
+"""framing ops (being written)."""
+
+OPS = {}

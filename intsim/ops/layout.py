@@ -1,0 +1,3 @@
+"""layout ops (being written)."""
+
+OPS = {}

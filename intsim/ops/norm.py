@@ -1,0 +1,3 @@
+"""norm ops (being written)."""
+
+OPS = {}

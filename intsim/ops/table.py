@@ -1,0 +1,3 @@
+"""table ops (being written)."""
+
+OPS = {}

@@ -1,0 +1,13 @@
+"""Reference of kernels.fixedpoint.requantize_output in plain Python ints."""
+
+from intsim import fixedpoint as fp
+
+
+def requantize_output(acc: int, c: int, rq) -> tuple[int, bool, bool]:
+    """acc -> accumulator register -> requantize -> + zp -> clamp; returns (code, overflowed, saturated)."""
+    mult, shift, scale, rounding, mult_bits, acc_bits, acc_saturating, out_zp, act_min, act_max = rq
+    reg, overflowed = fp.fit_accumulator(int(acc), int(acc_bits), bool(acc_saturating))
+    scaled = fp.requantize(reg, int(mult[c]), int(shift[c]), float(scale[c]), int(rounding), int(mult_bits))
+    value = scaled + int(out_zp)
+    code = max(int(act_min), min(int(act_max), value))
+    return code, overflowed, code != value
