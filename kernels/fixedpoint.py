@@ -131,17 +131,30 @@ def clamp(x, lo, hi):
     return np.int64(x), False
 
 
-def requant_params(mult, shift, scale, rounding, mult_bits, acc_bits, acc_saturating, out_zp, act_min, act_max):
+def requant_params(mult, shift, scale, rounding, mult_bits, acc_bits, acc_saturating, out_zp, act_min, act_max,
+                   neg_mult=None, neg_shift=None, neg_scale=None, pos_offset=None, neg_offset=None):
     """Pack per-channel requantization data and output rules into the tuple kernels take.
 
     Layout ``rq = (mult int32[C], shift int32[C], scale float32[C], rounding, mult_bits, acc_bits,
-    acc_saturating, out_zp, act_min, act_max)`` with the scalars as int64.  ``mult`` must already
-    have ``mult_bits`` fractional bits.
+    acc_saturating, out_zp, act_min, act_max, neg_mult int32[C], neg_shift int32[C],
+    neg_scale float32[C], pos_offset int64[C], neg_offset int64[C])`` with the scalars as int64.
+    ``mult`` must already have ``mult_bits`` fractional bits.
+
+    The ``neg_*`` multipliers apply to negative accumulators: a PReLU (slope ``a``) fused into the
+    requantization stage uses ``neg_mult ~ a * mult``.  ``pos_offset`` / ``neg_offset`` are added to
+    the accumulator after the sign test (in accumulator units); they let a converter place a
+    constant after the activation.  By default the negative side equals the positive side and the
+    offsets are zero, which is plain TFLite requantization.
     """
+    mult = np.ascontiguousarray(mult, dtype=np.int32)
+    shift = np.ascontiguousarray(shift, dtype=np.int32)
+    scale = np.ascontiguousarray(scale, dtype=np.float32)
+    n = mult.shape[0]
+    zeros = np.zeros(n, dtype=np.int64)
     return (
-        np.ascontiguousarray(mult, dtype=np.int32),
-        np.ascontiguousarray(shift, dtype=np.int32),
-        np.ascontiguousarray(scale, dtype=np.float32),
+        mult,
+        shift,
+        scale,
         np.int64(rounding),
         np.int64(mult_bits),
         np.int64(acc_bits),
@@ -149,6 +162,11 @@ def requant_params(mult, shift, scale, rounding, mult_bits, acc_bits, acc_satura
         np.int64(out_zp),
         np.int64(act_min),
         np.int64(act_max),
+        mult if neg_mult is None else np.ascontiguousarray(neg_mult, dtype=np.int32),
+        shift if neg_shift is None else np.ascontiguousarray(neg_shift, dtype=np.int32),
+        scale if neg_scale is None else np.ascontiguousarray(neg_scale, dtype=np.float32),
+        zeros if pos_offset is None else np.ascontiguousarray(pos_offset, dtype=np.int64),
+        zeros if neg_offset is None else np.ascontiguousarray(neg_offset, dtype=np.int64),
     )
 
 
@@ -156,12 +174,18 @@ def requant_params(mult, shift, scale, rounding, mult_bits, acc_bits, acc_satura
 def requantize_output(acc, c, rq):
     """Exact sum ``acc`` (bias included) for channel ``c`` -> stored output code.
 
-    acc -> accumulator register (wrap/saturate to acc_bits) -> requantize with channel c's
-    multiplier -> + out_zp -> clamp to [act_min, act_max].
+    reg = accumulator register (acc wrapped or saturated to acc_bits); then, by the sign of reg,
+    v = requantize(reg + pos_offset[c], mult[c], shift[c])      if reg >= 0
+    v = requantize(reg + neg_offset[c], neg_mult[c], neg_shift[c]) if reg < 0
+    code = clamp(v + out_zp, act_min, act_max).
     Returns (code, accumulator_overflowed, output_saturated).
     """
-    mult, shift, scale, rounding, mult_bits, acc_bits, acc_saturating, out_zp, act_min, act_max = rq
+    (mult, shift, scale, rounding, mult_bits, acc_bits, acc_saturating, out_zp, act_min, act_max,
+     neg_mult, neg_shift, neg_scale, pos_offset, neg_offset) = rq
     reg, overflowed = fit_accumulator(acc, acc_bits, acc_saturating != 0)
-    scaled = requantize(reg, mult[c], shift[c], scale[c], rounding, mult_bits)
+    if reg >= 0:
+        scaled = requantize(reg + pos_offset[c], mult[c], shift[c], scale[c], rounding, mult_bits)
+    else:
+        scaled = requantize(reg + neg_offset[c], neg_mult[c], neg_shift[c], neg_scale[c], rounding, mult_bits)
     code, saturated = clamp(scaled + out_zp, act_min, act_max)
     return code, overflowed, saturated

@@ -22,12 +22,14 @@ def activation_range(op, dtype: str) -> tuple[int, int]:
     return act_min, act_max
 
 
-def build_requant(op, path, mult, shift, scale, out_zp, act_min, act_max):
+def build_requant(op, path, mult, shift, scale, out_zp, act_min, act_max, negative=None):
     """Kernel requant tuple for a profile path from Q0.31 multipliers and float32 scales.
 
     ``mult``/``shift`` are the stored TFLite-style multipliers; they are reduced to the path's
     multiplier width here (integers only).  ``scale`` is the float32 real multiplier used by the
-    ``float32`` rounding (ONNX profile).
+    ``float32`` rounding (ONNX profile).  ``negative`` optionally holds the sign-dependent part
+    of a fused activation: a dict with any of ``mult``, ``shift``, ``scale`` (applied to negative
+    accumulators) and ``pos_offset``, ``neg_offset`` (see kernels.fixedpoint.requant_params).
     """
     mult = np.asarray(mult, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
@@ -35,7 +37,15 @@ def build_requant(op, path, mult, shift, scale, out_zp, act_min, act_max):
         op.fail(f"multiplier, shift and scale shapes differ: {mult.shape}, {shift.shape}, {np.shape(scale)}")
     if np.any(np.abs(mult) > 2**31 - 1) or np.any(shift < -62) or np.any(shift > 30):
         op.fail("multiplier outside int32 or shift outside [-62, 30]")
+    neg = dict(negative or {})
     if path.mult_bits < 31:
-        mult = np.array([reduce_multiplier(int(m), path.mult_bits) for m in mult], dtype=np.int64)
+        mult = _reduce(mult, path.mult_bits)
+        if "mult" in neg:
+            neg["mult"] = _reduce(neg["mult"], path.mult_bits)
     return requant_params(mult, shift, scale, path.rounding_code, path.mult_bits, path.acc_bits,
-                          path.acc_saturating, out_zp, act_min, act_max)
+                          path.acc_saturating, out_zp, act_min, act_max, neg.get("mult"), neg.get("shift"),
+                          neg.get("scale"), neg.get("pos_offset"), neg.get("neg_offset"))
+
+
+def _reduce(mult, mult_bits):
+    return np.array([reduce_multiplier(int(m), mult_bits) for m in np.asarray(mult)], dtype=np.int64)

@@ -208,3 +208,35 @@ def test_reduce_multiplier_is_round_half_up(m, bits):
     drop = 31 - bits
     exact = m / 2**drop
     assert r == min(math.floor(exact + 0.5), 2**bits - 1)
+
+
+@njit
+def _requantize_output_all(acc, ch, rq, codes, flags):
+    for i in range(acc.size):
+        code, ovf, sat = kfp.requantize_output(acc[i], ch[i], rq)
+        codes[i] = code
+        flags[i, 0] = ovf
+        flags[i, 1] = sat
+
+
+@pytest.mark.parametrize("path_name", ["tflm8", "single8", "onnx8", "tflm16", "acc24_sat_half_even", "acc20_wrap_floor"])
+def test_requantize_output_with_sign_dependent_side(path_name):
+    """PReLU-style negative multipliers and post-sign offsets: kernel == Python-int reference."""
+    from tests.reference.requant import requantize_output as reference
+    from tests.util import TEST_PATHS, random_requant
+
+    rng = np.random.default_rng(5)
+    path = TEST_PATHS[path_name]
+    out_dtype = "int16" if path_name == "tflm16" else "int8"
+    base = random_requant(rng, 6, path, out_dtype)
+    neg = random_requant(rng, 6, path, out_dtype, scale_range=(1e-5, 0.01))
+    offsets = rng.integers(-5000, 5000, (2, 6))
+    rq = kfp.requant_params(*base[:10], neg_mult=neg[0], neg_shift=neg[1], neg_scale=neg[2],
+                            pos_offset=offsets[0], neg_offset=offsets[1])
+    acc = np.concatenate([rng.integers(-(2**33), 2**33, 3000), rng.integers(-3000, 3000, 3000), [0, -1, 1]]).astype(np.int64)
+    ch = rng.integers(0, 6, acc.size).astype(np.int64)
+    codes = np.empty(acc.size, np.int64)
+    flags = np.empty((acc.size, 2), np.bool_)
+    _requantize_output_all(acc, ch, rq, codes, flags)
+    for a, c, code, (ovf, sat) in zip(acc.tolist(), ch.tolist(), codes.tolist(), flags.tolist()):
+        assert (code, ovf, sat) == reference(a, c, rq)
