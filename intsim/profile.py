@@ -22,7 +22,10 @@ Built-in profiles:
 
 from __future__ import annotations
 
+import json
+import tomllib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -45,9 +48,9 @@ class ArithPath:
     rounding: str = "double"
 
     def __post_init__(self):
-        if self.rounding not in ROUNDING_NAMES:
+        if not isinstance(self.rounding, str) or self.rounding not in ROUNDING_NAMES:
             raise ProfileError(f"rounding must be one of {sorted(ROUNDING_NAMES)}, got {self.rounding!r}")
-        if self.acc_overflow not in ("wrap", "saturate"):
+        if not isinstance(self.acc_overflow, str) or self.acc_overflow not in ("wrap", "saturate"):
             raise ProfileError(f"acc_overflow must be 'wrap' or 'saturate', got {self.acc_overflow!r}")
         if not isinstance(self.acc_bits, int) or not 16 <= self.acc_bits <= 64:
             raise ProfileError(f"acc_bits must be an integer in [16, 64], got {self.acc_bits!r}")
@@ -133,4 +136,81 @@ def get_profile(spec) -> Profile:
     return Profile(name, paths["int8"], paths["int16"])
 
 
-__all__ = ["ArithPath", "Profile", "ProfileError", "PROFILES", "DEFAULT_PROFILE", "get_profile", "ROUND_DOUBLE"]
+#: Largest profile file read (a profile is a few lines; anything bigger is a wrong file).
+MAX_PROFILE_FILE_BYTES = 1 << 20
+
+PROFILE_FILE_SUFFIXES = (".json", ".toml")
+
+
+def load_profile_file(path) -> dict:
+    """Read a profile specification from a ``.json`` or ``.toml`` file; return the dict
+    ``get_profile`` takes (validated: ProfileError names the file and the field at fault).
+
+    Both forms hold the same fields as a profile dict: top-level ``name``, ``base`` and path
+    fields shared by both paths, and optional per-path tables ``int8`` / ``int16``::
+
+        # dsp24.toml
+        name = "dsp24"
+        base = "tflm"
+        acc_bits = 24
+        acc_overflow = "saturate"
+
+        [int16]
+        acc_bits = 40
+        mult_bits = 15
+        rounding = "half_up"
+
+    The format is chosen by the suffix (``.toml``: TOML via ``tomllib``; anything else: JSON).
+    """
+    path = Path(path)
+    where = f"profile file {path}"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PROFILE_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ProfileError(f"{where} does not exist") from None
+    except IsADirectoryError:
+        raise ProfileError(f"{where} is a directory") from None
+    except OSError as e:
+        raise ProfileError(f"{where} cannot be read: {e.strerror or e}") from None
+    if len(raw) > MAX_PROFILE_FILE_BYTES:
+        raise ProfileError(f"{where} is larger than {MAX_PROFILE_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{where} is not UTF-8 text: {e}") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            spec = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ProfileError(f"{where} is not valid TOML: {e}") from None
+    else:
+        try:
+            spec = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        except (json.JSONDecodeError, ValueError, RecursionError) as e:
+            raise ProfileError(f"{where} is not valid JSON: {e}") from None
+    if not isinstance(spec, dict):
+        raise ProfileError(f"{where} must hold an object (a mapping of profile fields), got {type(spec).__name__}")
+    try:
+        get_profile(spec)
+    except ProfileError as e:
+        raise ProfileError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:  # e.g. unhashable values where a name is expected
+        raise ProfileError(f"{where}: invalid profile: {e}") from None
+    return spec
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not a number a profile may hold")
+
+
+def _unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    dup = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if dup is not None:
+        raise ValueError(f"duplicate key {dup!r}")
+    return dict(pairs)
+
+
+__all__ = ["ArithPath", "Profile", "ProfileError", "PROFILES", "DEFAULT_PROFILE", "get_profile", "load_profile_file",
+           "ROUND_DOUBLE"]

@@ -24,6 +24,8 @@ def test_custom_profile_overrides_both_paths_then_per_path():
 @pytest.mark.parametrize("spec, message", [
     ("nope", "unknown profile"),
     ({"rounding": "stochastic"}, "rounding must be one of"),
+    ({"rounding": []}, "rounding must be one of"),
+    ({"acc_overflow": {}}, "acc_overflow"),
     ({"acc_overflow": "clip"}, "acc_overflow"),
     ({"acc_bits": 8}, "acc_bits"),
     ({"mult_bits": 40}, "mult_bits"),
