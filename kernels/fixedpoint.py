@@ -132,13 +132,18 @@ def clamp(x, lo, hi):
 
 
 def requant_params(mult, shift, scale, rounding, mult_bits, acc_bits, acc_saturating, out_zp, act_min, act_max,
-                   neg_mult=None, neg_shift=None, neg_scale=None, pos_offset=None, neg_offset=None):
+                   neg_mult=None, neg_shift=None, neg_scale=None, pos_offset=None, neg_offset=None,
+                   range_min=None, range_max=None):
     """Pack per-channel requantization data and output rules into the tuple kernels take.
 
     Layout ``rq = (mult int32[C], shift int32[C], scale float32[C], rounding, mult_bits, acc_bits,
     acc_saturating, out_zp, act_min, act_max, neg_mult int32[C], neg_shift int32[C],
-    neg_scale float32[C], pos_offset int64[C], neg_offset int64[C])`` with the scalars as int64.
-    ``mult`` must already have ``mult_bits`` fractional bits.
+    neg_scale float32[C], pos_offset int64[C], neg_offset int64[C], range_min, range_max)`` with
+    the scalars as int64.  ``mult`` must already have ``mult_bits`` fractional bits.
+
+    ``[act_min, act_max]`` is where outputs are clamped (a fused ReLU narrows it); a clamped value
+    counts as *saturated* only if it lies outside ``[range_min, range_max]``, the range the output
+    dtype can represent (default: the clamp range itself).
 
     The ``neg_*`` multipliers apply to negative accumulators: a PReLU (slope ``a``) fused into the
     requantization stage uses ``neg_mult ~ a * mult``.  ``pos_offset`` / ``neg_offset`` are added to
@@ -167,6 +172,8 @@ def requant_params(mult, shift, scale, rounding, mult_bits, acc_bits, acc_satura
         scale if neg_scale is None else np.ascontiguousarray(neg_scale, dtype=np.float32),
         zeros if pos_offset is None else np.ascontiguousarray(pos_offset, dtype=np.int64),
         zeros if neg_offset is None else np.ascontiguousarray(neg_offset, dtype=np.int64),
+        np.int64(act_min if range_min is None else range_min),
+        np.int64(act_max if range_max is None else range_max),
     )
 
 
@@ -178,14 +185,16 @@ def requantize_output(acc, c, rq):
     v = requantize(reg + pos_offset[c], mult[c], shift[c])      if reg >= 0
     v = requantize(reg + neg_offset[c], neg_mult[c], neg_shift[c]) if reg < 0
     code = clamp(v + out_zp, act_min, act_max).
-    Returns (code, accumulator_overflowed, output_saturated).
+    Returns (code, accumulator_overflowed, output_saturated), where saturated means v + out_zp lay
+    outside [range_min, range_max] (the output dtype's range), not merely a fused ReLU's clamp.
     """
     (mult, shift, scale, rounding, mult_bits, acc_bits, acc_saturating, out_zp, act_min, act_max,
-     neg_mult, neg_shift, neg_scale, pos_offset, neg_offset) = rq
+     neg_mult, neg_shift, neg_scale, pos_offset, neg_offset, range_min, range_max) = rq
     reg, overflowed = fit_accumulator(acc, acc_bits, acc_saturating != 0)
     if reg >= 0:
         scaled = requantize(reg + pos_offset[c], mult[c], shift[c], scale[c], rounding, mult_bits)
     else:
         scaled = requantize(reg + neg_offset[c], neg_mult[c], neg_shift[c], neg_scale[c], rounding, mult_bits)
-    code, saturated = clamp(scaled + out_zp, act_min, act_max)
-    return code, overflowed, saturated
+    value = scaled + out_zp
+    code, _ = clamp(value, act_min, act_max)
+    return code, overflowed, value < range_min or value > range_max

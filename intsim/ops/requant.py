@@ -42,9 +42,11 @@ def build_requant(op, path, mult, shift, scale, out_zp, act_min, act_max, negati
         mult = _reduce(mult, path.mult_bits)
         if "mult" in neg:
             neg["mult"] = _reduce(neg["mult"], path.mult_bits)
+    # Saturation is counted against the output dtype's range, not a fused activation's clamp.
+    range_min, range_max = INT_RANGES.get(op.output_spec(0).dtype, (act_min, act_max))
     return requant_params(mult, shift, scale, path.rounding_code, path.mult_bits, path.acc_bits,
                           path.acc_saturating, out_zp, act_min, act_max, neg.get("mult"), neg.get("shift"),
-                          neg.get("scale"), neg.get("pos_offset"), neg.get("neg_offset"))
+                          neg.get("scale"), neg.get("pos_offset"), neg.get("neg_offset"), range_min, range_max)
 
 
 def _reduce(mult, mult_bits):
