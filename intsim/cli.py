@@ -13,6 +13,7 @@ import click
 
 import intsim
 from intsim.cli_common import CONTEXT, Group
+from intsim.cli_golden import compare, golden
 from intsim.cli_info import info
 from intsim.cli_run import run
 
@@ -36,7 +37,7 @@ def main(quiet):
     """
 
 
-for _command in (info, run):
+for _command in (info, run, golden, compare):
     main.add_command(_command)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 import intsim
+from intsim.profile import PROFILE_FILE_SUFFIXES, load_profile_file
 
 USER_ERRORS = (intsim.ModelFileError, intsim.GraphError, intsim.OpError, intsim.ProfileError, ValueError, OSError)
 
@@ -56,18 +57,15 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def profile_option(value):
-    """--profile NAME or FILE.json -> what intsim.load takes (a name or a dict)."""
+    """--profile NAME, FILE.json or FILE.toml -> what intsim.load takes (a name or a dict).
+
+    A value ending in .json / .toml, or naming an existing file, is read as a profile file
+    (``intsim.profile.load_profile_file``: TOML by suffix, JSON otherwise); any other value is a
+    built-in profile name.
+    """
     if value is None:
         return None
     path = Path(value)
-    if value.lower().endswith(".json") or path.is_file():
-        try:
-            spec = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise intsim.ProfileError(f"profile file {value} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise intsim.ProfileError(f"profile file {value} is not valid JSON: {e}") from None
-        return spec
+    if value.lower().endswith(PROFILE_FILE_SUFFIXES) or path.is_file():
+        return load_profile_file(path)
     return value
-
-

@@ -9,6 +9,7 @@ import click
 
 import intsim
 from intsim import inspect as ins
+from intsim import cost as cost_mod
 from intsim import modelfile
 from intsim.cli_common import CONTEXT, emit_json, fmt_int, fmt_macs, notice
 
@@ -20,9 +21,14 @@ from intsim.cli_common import CONTEXT, emit_json, fmt_int, fmt_macs, notice
                    f"else {ins.DEFAULT_LENGTH}]")
 @click.option("--nodes", is_flag=True, help="Also list every node with its output shapes and MACs.")
 @click.option("--no-macs", is_flag=True, help="Skip MAC counting (no dry run; for models intsim cannot run).")
+@click.option("--cost", "with_cost", is_flag=True,
+              help="Also report per-node cost (MACs, weight bytes, activation bytes at --length) and the "
+                   "activation arena of a greedy first-fit planner (TFLite Micro's), with its plan.")
+@click.option("--align", type=click.IntRange(min=1), default=cost_mod.DEFAULT_ALIGN, show_default=True, metavar="BYTES",
+              help="Arena buffer alignment for --cost (TFLite Micro aligns to 16).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 @click.pass_context
-def info(ctx, model, length, nodes, no_macs, as_json):
+def info(ctx, model, length, nodes, no_macs, with_cost, align, as_json):
     """Describe MODEL.npz: ops, tensors, parameters, weight bytes, MACs, profile, metadata.
 
     \b
@@ -33,12 +39,19 @@ def info(ctx, model, length, nodes, no_macs, as_json):
                   one input of --length samples (other ops count 0).  If the graph has dynamic
                   shapes, they are resolved by running the model once on zeros of that length.
     - profile:    the arithmetic profile stored in the file (accumulator, multiplier, rounding)
+    - cost:       with --cost, per node MACs, weight bytes, input/output activation bytes, and the
+                  activation arena: tensors live from their producer to their last consumer,
+                  placed largest first at the lowest free offset (TFLite Micro's greedy planner);
+                  arena size, the peak of live bytes (a lower bound) and the plan
 
     \b
     Examples:
       intsim info model.npz
       intsim info model.npz --length 80000 --json | jq .macs.total
+      intsim info model.npz --cost --length 16000 --json | jq .cost.memory.arena_bytes
     """
+    if with_cost and no_macs:
+        raise click.UsageError("--cost needs shapes and MACs; it cannot be combined with --no-macs")
     graph = modelfile.load(model)
     if not no_macs and length is not None and not ins.has_dynamic_inputs(graph):
         notice(ctx, "note: the model's inputs have static shapes; --length is ignored")
@@ -50,10 +63,17 @@ def info(ctx, model, length, nodes, no_macs, as_json):
         raise ins.StatsError(f"{e} (pass a longer --length, or --no-macs to skip MAC counting)") from None
     doc = {"intsim": intsim.__version__, "model": {"path": str(model), "sha256": ins.file_sha256(model),
                                                    "bytes": model.stat().st_size}, **stats}
+    if with_cost:
+        try:
+            doc["cost"] = cost_mod.cost_report(graph, length=length, align=align)
+        except ins.StatsError as e:
+            raise ins.StatsError(f"{e} (pass a longer --length)") from None
     if as_json:
         emit_json(doc)
     else:
         _print_info(doc, nodes)
+        if with_cost:
+            _print_cost(doc["cost"])
 
 
 def _print_info(doc: dict, show_nodes: bool) -> None:
@@ -98,3 +118,24 @@ def _print_info(doc: dict, show_nodes: bool) -> None:
         out(f"{'node':<32} {'op':<18} {'MACs':>16}  output shapes")
         for n in macs["per_node"]:
             out(f"{n['name']:<32} {n['op']:<18} {fmt_int(n['macs']):>16}  {n['output_shapes']}")
+
+
+def _print_cost(cost: dict) -> None:
+    out = click.echo
+    out("")
+    length = cost["input_length"]
+    out("cost         " + (f"for an input of {fmt_int(length)} ({cost['input_length_source']})" if length else "(static shapes)"))
+    out(f"{'#':>4} {'node':<28} {'op':<16} {'MACs':>14} {'weight B':>12} {'input B':>12} {'output B':>12}")
+    for n in cost["nodes"]:
+        out(f"{n['index']:>4} {n['name'][:28]:<28} {n['op'][:16]:<16} {fmt_int(n['macs']):>14} {fmt_int(n['weight_bytes']):>12} "
+            f"{fmt_int(n['input_bytes']):>12} {fmt_int(n['output_bytes']):>12}")
+    t = cost["totals"]
+    out(f"{'':>4} {'total':<28} {'':<16} {fmt_int(t['macs']):>14} {fmt_int(t['weight_bytes']):>12} "
+        f"{'activations':>12} {fmt_int(t['activation_bytes']):>12}")
+    m = cost["memory"]
+    out("")
+    out(f"arena        {fmt_int(m['arena_bytes'])} bytes  ({m['planner']}, {m['align']}-byte alignment)")
+    out(f"             peak live {fmt_int(m['peak_live_bytes'])} bytes (lower bound), no reuse {fmt_int(m['no_reuse_bytes'])} bytes")
+    out(f"  {'tensor':<32} {'bytes':>12} {'offset':>12} {'live (nodes)':>14}")
+    for p in sorted(m["plan"], key=lambda p: (p["offset"], p["first"])):
+        out(f"  {p['tensor'][:32]:<32} {fmt_int(p['bytes']):>12} {fmt_int(p['offset']):>12} {p['first']:>8}..{p['last']}")
