@@ -48,12 +48,12 @@ blocks of output channels and output frames, never two items writing the same ou
 per-item counts are summed per channel at the end, so the twins agree bit for bit.
 """
 
-import types
 
 import numpy as np
 from numba import njit, prange
 
 from .fixedpoint import requantize_output
+from .jit import serial_and_parallel
 
 #: ``C_in / groups`` from which the channel-contiguous dot loop order is used.
 DOT_MIN_CHANNELS = 16
@@ -63,22 +63,6 @@ DOT_W_BLOCK = 256
 ROW_W_BLOCK = 2048
 
 INT32_MAX = 2147483647
-
-
-def _twin(func, suffix="_parallel"):
-    """A copy of ``func`` under another qualified name, for the parallel build.
-
-    Numba's on-disk cache names its files ``module.qualname-line`` and keys entries by signature,
-    CPU and bytecode only -- not by ``parallel=True``.  Compiling one Python function twice with
-    ``cache=True`` therefore makes the serial and parallel builds share one cache entry (whichever
-    was compiled first is loaded for both).  A distinct qualname gives the twin its own files.
-    """
-    copy = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix, func.__defaults__,
-                              func.__closure__)
-    copy.__qualname__ = func.__qualname__ + suffix
-    copy.__doc__ = func.__doc__
-    copy.__module__ = func.__module__
-    return copy
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,8 +372,7 @@ def _conv2d(x, x_zp, w, bias, stride_h, stride_w, pad_top, pad_left, dilation_h,
     _sum_parts(sat_part, saturations)
 
 
-conv2d = njit(cache=True, nogil=True)(_conv2d)
-conv2d_parallel = njit(cache=True, nogil=True, parallel=True)(_twin(_conv2d))
+conv2d, conv2d_parallel = serial_and_parallel(_conv2d)
 
 
 def _conv1d_serial(x, x_zp, w, bias, stride, pad_left, dilation, groups, rq, out, overflows, saturations):
@@ -566,8 +549,7 @@ def _conv_transpose2d(x, x_zp, w, bias, stride_h, stride_w, pad_top, pad_left, d
     _sum_parts(sat_part, saturations)
 
 
-conv_transpose2d = njit(cache=True, nogil=True)(_conv_transpose2d)
-conv_transpose2d_parallel = njit(cache=True, nogil=True, parallel=True)(_twin(_conv_transpose2d))
+conv_transpose2d, conv_transpose2d_parallel = serial_and_parallel(_conv_transpose2d)
 
 
 def _conv_transpose1d_serial(x, x_zp, w, bias, stride, padding, dilation, groups, rq, out, overflows, saturations):

@@ -43,10 +43,24 @@ add(x1, x2, dims, st1, st2, chunk, sign, ap, out, overflows, saturations)   (sig
     ``ap = pack_add_params(zp1, zp2, left_shift, mult[3], shift[3], scale[3], rounding, mult_bits,
     out_zp, act_min, act_max)``; ``mult`` must already have ``mult_bits`` fractional bits.
 
+add_offset(x1, x2, dims, st1, st2, chunk, sign, ap, offset, offset_real, out, overflows, saturations)
+    ``add`` with a constant term (FQSS's float zero points): ``raw = s1 +/- s2 + offset`` before
+    the output rescale, ``offset`` (int64) in the units of the rescaled terms,
+    ``2 * max(s1, s2) * 2^-left_shift``; ``float32`` rounding: ``v = float32(v + offset_real)``
+    with ``offset_real`` the same constant in real units (float32).  ``offset = 0`` is ``add``.
+
 mul(x1, x2, dims, st1, st2, chunk, zp1, zp2, rq, out, overflows, saturations)
     TFLite/TFLM MUL: ``requantize_output((x1 - zp1) * (x2 - zp2), 0, rq)``; ``rq`` per tensor
     (one channel).  ``float32`` rounding: ``round_half_even(float32(prod) * float32(scale))``
     with ``scale = float32(s1 * s2 / s_out)`` (ORT MLAS QLinearMul).
+
+mul_affine(x1, x2, dims, st1, st2, chunk, zp1, zp2, bits, o1, o2, o0, rq, out, overflows, saturations)
+    MUL with fractional zero points (an affine product; FQSS's float zero points):
+    ``d1 = x1 - zp1``, ``d2 = x2 - zp2``,
+    ``acc = (d1 * d2) * 2^bits + o2 * d1 + o1 * d2 + o0`` (exact int64), then
+    ``requantize_output(acc, 0, rq)``.  With ``o_i = 2^bits * c_i / s_i`` this is
+    ``2^bits * (d1 + c1/s1) * (d2 + c2/s2)`` up to the constant ``o0``; ``rq``'s multiplier is
+    ``s1 * s2 / (2^bits * s_out)``.  ``bits = o1 = o2 = o0 = 0`` is ``mul``.
 
 prelu(x, alpha, dims, st1, st2, chunk, x_zp, alpha_zp, rq, out, overflows, saturations)
     TFLite/TFLM PRELU (two multipliers): ``v = x - x_zp``; ``v >= 0``:
@@ -65,6 +79,7 @@ from numba import njit, prange
 
 from .fixedpoint import ROUND_FLOAT32, clamp, requantize_output
 from .fixedpoint import requantize as _rescale
+from .jit import serial_and_parallel
 
 CHUNK = 16384
 
@@ -165,8 +180,7 @@ def _requantize(x, x_zp, rq, chunk, out, overflows, saturations):
         saturations[w] = n_sat
 
 
-requantize = njit(cache=True, nogil=True)(_requantize)
-requantize_parallel = njit(cache=True, nogil=True, parallel=True)(_requantize)
+requantize, requantize_parallel = serial_and_parallel(_requantize)
 
 
 def requantize_items(outer, channels, inner, chunk=CHUNK):
@@ -226,8 +240,61 @@ def _add(x1, x2, dims, st1, st2, chunk, sign, ap, out, overflows, saturations):
         saturations[w] = n_sat
 
 
-add = njit(cache=True, nogil=True)(_add)
-add_parallel = njit(cache=True, nogil=True, parallel=True)(_add)
+add, add_parallel = serial_and_parallel(_add)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_value_offset(a, b, sign, ap, offset, offset_real):
+    zp1, zp2, left_shift, mult, shift, scale, rounding, mult_bits, out_zp, act_min, act_max = ap
+    va = np.int64(a) - zp1
+    vb = np.int64(b) - zp2
+    if rounding == ROUND_FLOAT32:
+        fa = np.float32(va) * scale[0]
+        fb = np.float32(vb) * scale[1]
+        if sign > 0:
+            f = np.float32(fa + fb)
+        else:
+            f = np.float32(fa - fb)
+        f = np.float32(f + offset_real)
+        q = np.float32(np.rint(np.float32(f / scale[2])))
+        if q > np.float32(2147483647.0):
+            r = np.int64(2147483647)
+        elif q < np.float32(-2147483648.0):
+            r = np.int64(-2147483648)
+        else:
+            r = np.int64(q)
+    else:
+        s1 = _rescale(va << left_shift, mult[0], shift[0], scale[0], rounding, mult_bits)
+        s2 = _rescale(vb << left_shift, mult[1], shift[1], scale[1], rounding, mult_bits)
+        raw = (s1 + s2 if sign > 0 else s1 - s2) + offset
+        r = _rescale(raw, mult[2], shift[2], scale[2], rounding, mult_bits)
+    return clamp(r + out_zp, act_min, act_max)
+
+
+def _add_offset(x1, x2, dims, st1, st2, chunk, sign, ap, offset, offset_real, out, overflows, saturations):
+    k = dims.size
+    length = dims[k - 1]
+    per = (length + chunk - 1) // chunk
+    t1 = st1[k - 1]
+    t2 = st2[k - 1]
+    off = np.int64(offset)
+    off_f = np.float32(offset_real)
+    for w in prange(overflows.size):
+        row = w // per
+        j0 = (w - row * per) * chunk
+        j1 = min(j0 + chunk, length)
+        o1, o2 = _row_offsets(row, dims, st1, st2)
+        base = row * length
+        n_sat = 0
+        for j in range(j0, j1):
+            code, sat = _add_value_offset(x1[o1 + j * t1], x2[o2 + j * t2], sign, ap, off, off_f)
+            out[base + j] = code
+            n_sat += sat
+        overflows[w] = 0
+        saturations[w] = n_sat
+
+
+add_offset, add_offset_parallel = serial_and_parallel(_add_offset)
 
 
 # ---------------------------------------------------------------- mul
@@ -257,8 +324,36 @@ def _mul(x1, x2, dims, st1, st2, chunk, zp1, zp2, rq, out, overflows, saturation
         saturations[w] = n_sat
 
 
-mul = njit(cache=True, nogil=True)(_mul)
-mul_parallel = njit(cache=True, nogil=True, parallel=True)(_mul)
+mul, mul_parallel = serial_and_parallel(_mul)
+
+
+def _mul_affine(x1, x2, dims, st1, st2, chunk, zp1, zp2, bits, o1, o2, o0, rq, out, overflows, saturations):
+    k = dims.size
+    length = dims[k - 1]
+    per = (length + chunk - 1) // chunk
+    t1 = st1[k - 1]
+    t2 = st2[k - 1]
+    for w in prange(overflows.size):
+        row = w // per
+        j0 = (w - row * per) * chunk
+        j1 = min(j0 + chunk, length)
+        r1, r2 = _row_offsets(row, dims, st1, st2)
+        base = row * length
+        n_ovf = 0
+        n_sat = 0
+        for j in range(j0, j1):
+            d1 = np.int64(x1[r1 + j * t1]) - zp1
+            d2 = np.int64(x2[r2 + j * t2]) - zp2
+            acc = ((d1 * d2) << np.int64(bits)) + np.int64(o2) * d1 + np.int64(o1) * d2 + np.int64(o0)
+            code, ovf, sat = requantize_output(acc, 0, rq)
+            out[base + j] = code
+            n_ovf += ovf
+            n_sat += sat
+        overflows[w] = n_ovf
+        saturations[w] = n_sat
+
+
+mul_affine, mul_affine_parallel = serial_and_parallel(_mul_affine)
 
 
 # ---------------------------------------------------------------- prelu
@@ -291,8 +386,7 @@ def _prelu(x, alpha, dims, st1, st2, chunk, x_zp, alpha_zp, rq, out, overflows, 
         saturations[w] = n_sat
 
 
-prelu = njit(cache=True, nogil=True)(_prelu)
-prelu_parallel = njit(cache=True, nogil=True, parallel=True)(_prelu)
+prelu, prelu_parallel = serial_and_parallel(_prelu)
 
 
 # ---------------------------------------------------------------- clamp on codes
@@ -312,5 +406,4 @@ def _clamp_codes(x, lo, hi, chunk, out):
             out[i] = v
 
 
-clamp_codes = njit(cache=True, nogil=True)(_clamp_codes)
-clamp_codes_parallel = njit(cache=True, nogil=True, parallel=True)(_clamp_codes)
+clamp_codes, clamp_codes_parallel = serial_and_parallel(_clamp_codes)

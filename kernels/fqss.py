@@ -66,6 +66,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fixedpoint import clamp, requantize
+from .jit import serial_and_parallel
 
 #: Dynamic-splitter peaks below this are silence (delta = peak / 128 would be subnormal).
 MIN_DYNAMIC_PEAK = np.float32(2.0**-100)
@@ -133,8 +134,7 @@ def _split_float(x, normalize, n_splitter, n_bits, out):
     return delta, peak
 
 
-split_float = njit(cache=True, nogil=True)(_split_float)
-split_float_parallel = njit(cache=True, nogil=True, parallel=True)(_split_float)
+split_float, split_float_parallel = serial_and_parallel(_split_float)
 
 
 def _split_pcm(x, out):
@@ -158,8 +158,7 @@ def _split_pcm(x, out):
     return p
 
 
-split_pcm = njit(cache=True, nogil=True)(_split_pcm)
-split_pcm_parallel = njit(cache=True, nogil=True, parallel=True)(_split_pcm)
+split_pcm, split_pcm_parallel = serial_and_parallel(_split_pcm)
 
 
 def _combine_int(y0, z0, y1, z1, frac_bits, rq, out, saturations):
@@ -180,8 +179,7 @@ def _combine_int(y0, z0, y1, z1, frac_bits, rq, out, saturations):
         saturations[m] = n_sat
 
 
-combine_int = njit(cache=True, nogil=True)(_combine_int)
-combine_int_parallel = njit(cache=True, nogil=True, parallel=True)(_combine_int)
+combine_int, combine_int_parallel = serial_and_parallel(_combine_int)
 
 
 def _combine_float(y0, z0, s0, y1, z1, s1, n_bits, out):
@@ -196,5 +194,4 @@ def _combine_float(y0, z0, s0, y1, z1, s1, n_bits, out):
             out[m, t] = f0 * d0 + (f1 * d1) * fine
 
 
-combine_float = njit(cache=True, nogil=True)(_combine_float)
-combine_float_parallel = njit(cache=True, nogil=True, parallel=True)(_combine_float)
+combine_float, combine_float_parallel = serial_and_parallel(_combine_float)

@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fixedpoint import clamp, requantize_output
+from .jit import serial_and_parallel
 
 
 def dptnet_padding(t, chunk):
@@ -70,8 +71,7 @@ def _frame(x, chunk, hop, pad_left, pad_code, out):
                     out[m, i, k] = pad_code
 
 
-frame = njit(cache=True, nogil=True)(_frame)
-frame_parallel = njit(cache=True, nogil=True, parallel=True)(_frame)
+frame, frame_parallel = serial_and_parallel(_frame)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -112,8 +112,7 @@ def _overlap_add_sum(x, x_zp, hop, frames_last, crop_left, lo, hi, out, saturati
         saturations[m] = n_sat
 
 
-overlap_add_sum = njit(cache=True, nogil=True)(_overlap_add_sum)
-overlap_add_sum_parallel = njit(cache=True, nogil=True, parallel=True)(_overlap_add_sum)
+overlap_add_sum, overlap_add_sum_parallel = serial_and_parallel(_overlap_add_sum)
 
 
 def _overlap_add_requant(x, x_zp, hop, frames_last, crop_left, rq, out, overflows, saturations):
@@ -139,5 +138,4 @@ def _overlap_add_requant(x, x_zp, hop, frames_last, crop_left, rq, out, overflow
         saturations[m] = n_sat
 
 
-overlap_add_requant = njit(cache=True, nogil=True)(_overlap_add_requant)
-overlap_add_requant_parallel = njit(cache=True, nogil=True, parallel=True)(_overlap_add_requant)
+overlap_add_requant, overlap_add_requant_parallel = serial_and_parallel(_overlap_add_requant)

@@ -31,31 +31,18 @@ for any realistic K); int16 x int8 gives block >= 511.  If amax * bmax itself ex
 ``out`` is allocated by the caller; ``overflows`` / ``saturations`` receive per-channel (linear) or
 per-row (batch_matmul, index b * M + m) counts so ``prange`` loops never race.
 
-Parallel twins are compiled from a renamed copy of the loop (``twin``): Numba's on-disk cache keys
+Parallel twins are compiled from a renamed copy of the loop (``jit.serial_and_parallel``): Numba's on-disk cache keys
 an entry by the function's qualified name, line and bytecode only, not by ``parallel=True``, so
 ``njit(cache=True)(f)`` and ``njit(cache=True, parallel=True)(f)`` would share one cache entry and
 whichever compiled first would silently serve both.
 """
 
-import types
 
 import numpy as np
 from numba import njit, prange
 
 from .fixedpoint import INT32_MAX, fit_accumulator, requantize_output
-
-
-def twin(fn, suffix="_parallel"):
-    """A copy of plain function ``fn`` under another name, so its Numba cache entry is its own.
-
-    Use as ``k_parallel = njit(cache=True, nogil=True, parallel=True)(twin(_k))``.
-    """
-    code = fn.__code__.replace(co_name=fn.__name__ + suffix, co_qualname=fn.__qualname__ + suffix)
-    copy = types.FunctionType(code, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
-    copy.__qualname__ = fn.__qualname__ + suffix
-    copy.__module__ = fn.__module__
-    copy.__doc__ = fn.__doc__
-    return copy
+from .jit import serial_and_parallel
 
 
 @njit(cache=True, nogil=True)
@@ -143,8 +130,7 @@ def _linear(x, x_zp, w, bias, rq, out, overflows, saturations):
         saturations[n] = n_sat
 
 
-linear = njit(cache=True, nogil=True)(_linear)
-linear_parallel = njit(cache=True, nogil=True, parallel=True)(twin(_linear))
+linear, linear_parallel = serial_and_parallel(_linear)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -190,8 +176,7 @@ def _batch_matmul(a, a_zp, bt, b_zp, rq, out, overflows, saturations):
         saturations[r] = n_sat
 
 
-batch_matmul = njit(cache=True, nogil=True)(_batch_matmul)
-batch_matmul_parallel = njit(cache=True, nogil=True, parallel=True)(twin(_batch_matmul))
+batch_matmul, batch_matmul_parallel = serial_and_parallel(_batch_matmul)
 
 
 def _batch_matmul_acc(a, a_zp, bt, b_zp, acc_bits, acc_saturating, out, overflows):
@@ -225,5 +210,4 @@ def _batch_matmul_acc(a, a_zp, bt, b_zp, acc_bits, acc_saturating, out, overflow
         overflows[r] = n_ovf
 
 
-batch_matmul_acc = njit(cache=True, nogil=True)(_batch_matmul_acc)
-batch_matmul_acc_parallel = njit(cache=True, nogil=True, parallel=True)(twin(_batch_matmul_acc))
+batch_matmul_acc, batch_matmul_acc_parallel = serial_and_parallel(_batch_matmul_acc)

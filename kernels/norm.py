@@ -30,7 +30,7 @@ Kernels:
 import numpy as np
 from numba import njit, prange
 
-from .matmul import twin
+from .jit import serial_and_parallel
 
 #: fractional bits of the per-channel bias and of the pre-rounding value h
 FRAC_BITS = 16
@@ -188,8 +188,7 @@ def _group_norm(x, groups, eps_mult, eps_shift, mult, shift, bias, out_zp, act_m
         saturations[job] = n_sat
 
 
-group_norm = njit(cache=True, nogil=True)(_group_norm)
-group_norm_parallel = njit(cache=True, nogil=True, parallel=True)(twin(_group_norm))
+group_norm, group_norm_parallel = serial_and_parallel(_group_norm)
 
 #: frames per layer_norm job (statistics for a block of frames are gathered in one contiguous sweep)
 _BLOCK = 64
@@ -257,5 +256,4 @@ def _layer_norm(x, eps_mult, eps_shift, mult, shift, bias, out_zp, act_min, act_
             saturations[o * n_inner + i0 + j] = n_sat[j]
 
 
-layer_norm = njit(cache=True, nogil=True)(_layer_norm)
-layer_norm_parallel = njit(cache=True, nogil=True, parallel=True)(twin(_layer_norm))
+layer_norm, layer_norm_parallel = serial_and_parallel(_layer_norm)

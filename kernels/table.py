@@ -44,6 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fixedpoint import mbqm_double, rdbp, srdhm
+from .jit import serial_and_parallel
 
 CHUNK = 16384
 
@@ -102,8 +103,7 @@ def _lut8(x, table, offset, chunk, out):
             out[i] = table[np.int64(x[i]) + offset]
 
 
-lut8 = njit(cache=True, nogil=True)(_lut8)
-lut8_parallel = njit(cache=True, nogil=True, parallel=True)(_lut8)
+lut8, lut8_parallel = serial_and_parallel(_lut8)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -127,8 +127,7 @@ def _lut16(x, table, chunk, out):
             out[i] = lut16_value(x[i], table)
 
 
-lut16 = njit(cache=True, nogil=True)(_lut16)
-lut16_parallel = njit(cache=True, nogil=True, parallel=True)(_lut16)
+lut16, lut16_parallel = serial_and_parallel(_lut16)
 
 
 # ---------------------------------------------------------------- TFLM int16 logistic / tanh
@@ -208,10 +207,8 @@ def _tflm_tanh_int16(x, input_multiplier, input_left_shift, chunk, out):
             out[i] = tflm_tanh_int16_value(x[i], mult, shift, rnd)
 
 
-tflm_logistic_int16 = njit(cache=True, nogil=True)(_tflm_logistic_int16)
-tflm_logistic_int16_parallel = njit(cache=True, nogil=True, parallel=True)(_tflm_logistic_int16)
-tflm_tanh_int16 = njit(cache=True, nogil=True)(_tflm_tanh_int16)
-tflm_tanh_int16_parallel = njit(cache=True, nogil=True, parallel=True)(_tflm_tanh_int16)
+tflm_logistic_int16, tflm_logistic_int16_parallel = serial_and_parallel(_tflm_logistic_int16)
+tflm_tanh_int16, tflm_tanh_int16_parallel = serial_and_parallel(_tflm_tanh_int16)
 
 
 # ---------------------------------------------------------------- gemmlowp fixed point (int32 raw)
@@ -358,10 +355,8 @@ def _tflm_tanh_int8(x, input_zero_point, input_range_radius, input_multiplier, i
                                           input_left_shift)
 
 
-tflm_logistic_int8 = njit(cache=True, nogil=True)(_tflm_logistic_int8)
-tflm_logistic_int8_parallel = njit(cache=True, nogil=True, parallel=True)(_tflm_logistic_int8)
-tflm_tanh_int8 = njit(cache=True, nogil=True)(_tflm_tanh_int8)
-tflm_tanh_int8_parallel = njit(cache=True, nogil=True, parallel=True)(_tflm_tanh_int8)
+tflm_logistic_int8, tflm_logistic_int8_parallel = serial_and_parallel(_tflm_logistic_int8)
+tflm_tanh_int8, tflm_tanh_int8_parallel = serial_and_parallel(_tflm_tanh_int8)
 
 
 def tflm_int8_table(kind, input_zero_point, input_range_radius, input_multiplier, input_left_shift):

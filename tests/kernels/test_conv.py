@@ -512,13 +512,6 @@ def test_conv_op_run_errors():
         model.run(np.zeros((1, 4, 8), dtype=np.int8))
 
 
-def test_parallel_twins_have_their_own_cache_entries():
-    """Numba's disk cache keys by qualname + line, not by parallel=True: the twins must differ in qualname."""
-    for serial, parallel in [(kc.conv2d, kc.conv2d_parallel), (kc.conv_transpose2d, kc.conv_transpose2d_parallel)]:
-        assert serial.py_func.__code__ is parallel.py_func.__code__  # same source
-        assert serial.py_func.__qualname__ != parallel.py_func.__qualname__
-        assert parallel.targetoptions.get("parallel") and not serial.targetoptions.get("parallel")
-
 
 def test_conv_op_with_sign_dependent_requantization():
     """The 11-input form (fused PReLU: separate multiplier for negative sums) reaches the kernel's rq."""
