@@ -28,12 +28,20 @@ add / sub: inputs ``[a, b, multiplier, shift, scale]``
     scale      float32 [3]: the *tensor scales* (s_a, s_b, s_out), used only by the float32
                rounding: ``round_half_even((f32(a - za) * s_a +/- f32(b - zb) * s_b) / s_out)``
   attrs: ``left_shift`` (default 20 for int8, 15 for int16), ``act_min`` / ``act_max``, ``path``.
+  Optional 6th input ``offset`` int32 [1]: a constant added to the sum of the rescaled inputs, in
+  their units ``2 * max(s_a, s_b) * 2^-left_shift`` (FQSS's float zero points:
+  ``round((c_a +/- c_b - c_out) * 2^left_shift / (2 * max(s_a, s_b)))``); the ``float32`` rounding
+  adds the same constant in real units (``kernels.elementwise.add_offset``).
 
 mul: inputs ``[a, b, multiplier, shift, scale]``
     a, b       int8 or int16, broadcastable; multiplier int32 [1], shift int32 [1]: real
                s_a * s_b / s_out (``intsim.quantize.mul_params``); scale float32 [1]: float32
                real multiplier (ORT QLinearMul's ScaleA * ScaleB / ScaleC)
   attrs: ``act_min`` / ``act_max``, ``path``.  ``out = clamp(rescale((a - za)(b - zb)) + zp_out)``.
+  Optional 6th input ``offsets`` int32 [3] = (o_a, o_b, o_0) with attribute ``offset_bits`` P
+  (0..14): fractional zero points (FQSS's float zero points), ``acc = (a - za)(b - zb) * 2^P +
+  o_b (a - za) + o_a (b - zb) + o_0``, rescaled by the multiplier, which is then
+  s_a * s_b / (2^P * s_out) (``kernels.elementwise.mul_affine``).
 
 prelu: inputs ``[x, alpha, multiplier, shift, scale]``
     x          int8 or int16; alpha int8 (per-tensor quant, its zero point used), broadcastable
@@ -199,11 +207,14 @@ class _Binary(Op):
 
 
 class AddSub(_Binary):
+    n_inputs = None  # 5, or 6 with the constant 'offset'
     n_params = 3
     sign = 1
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
+        if len(node.inputs) not in (5, 6):
+            self.fail(f"expects inputs [a, b, multiplier, shift, scale] or with 'offset', got {len(node.inputs)}")
         mult, shift, scale = self.prepare_binary()
         dtype = self.input_spec(0).dtype
         if self.input_spec(1).dtype != dtype:
@@ -219,14 +230,22 @@ class AddSub(_Binary):
         m = np.array([reduce_multiplier(int(v), path.mult_bits) for v in mult], dtype=np.int64)
         self.ap = K.pack_add_params(self.a_zp, self.b_zp, self.left_shift, m, shift, scale, path.rounding_code,
                                     path.mult_bits, self.out_zp, self.act_min, self.act_max)
-        self.kernel = K.add_parallel if ctx.parallel else K.add
+        self.offset = ()
+        if len(node.inputs) == 6:
+            off = int(self.constant_input(5, "int32", (1,))[0])
+            unit = 2.0 * max(float(scale[0]), float(scale[1])) * 2.0**-self.left_shift
+            self.offset = (np.int64(off), np.float32(off * unit))
+            self.kernel = K.add_offset_parallel if ctx.parallel else K.add_offset
+        else:
+            self.kernel = K.add_parallel if ctx.parallel else K.add
 
     def run(self, inputs, counts):
         a, b = self.inputs_ab(inputs)
         out_shape, dims, st1, st2, n_items = self.plan(a, b)
         out = np.empty(out_shape, dtype=self.out_dtype)
         ovf, sat = counters(n_items)
-        self.kernel(_flat(a), _flat(b), dims, st1, st2, K.CHUNK, self.sign, self.ap, out.reshape(-1), ovf, sat)
+        self.kernel(_flat(a), _flat(b), dims, st1, st2, K.CHUNK, self.sign, self.ap, *self.offset, out.reshape(-1),
+                    ovf, sat)
         counts.add(ovf, sat)
         return [out]
 
@@ -240,23 +259,38 @@ class Sub(AddSub):
 
 
 class Mul(_Binary):
+    n_inputs = None  # 5, or 6 with the fractional zero points
     n_params = 1
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
+        if len(node.inputs) not in (5, 6):
+            self.fail(f"expects inputs [a, b, multiplier, shift, scale] or with 'offsets', got {len(node.inputs)}")
         mult, shift, scale = self.prepare_binary()
         if self.input_spec(1).dtype != self.input_spec(0).dtype:
             self.fail(f"inputs have dtypes {self.input_spec(0).dtype} and {self.input_spec(1).dtype}; they must match")
         self.rq = build_requant(self, self.path, mult, shift, scale, self.out_zp, self.act_min, self.act_max)
-        self.kernel = K.mul_parallel if ctx.parallel else K.mul
+        self.affine = None
+        if len(node.inputs) == 6:
+            offsets = self.constant_input(5, "int32", (3,))
+            bits = self.attr("offset_bits", int)
+            if not 0 <= bits <= 14:
+                self.fail(f"attribute 'offset_bits' {bits} must be in [0, 14]")
+            self.affine = (np.int64(bits), np.int64(offsets[0]), np.int64(offsets[1]), np.int64(offsets[2]))
+            self.kernel = K.mul_affine_parallel if ctx.parallel else K.mul_affine
+        else:
+            if "offset_bits" in node.attrs:
+                self.fail("attribute 'offset_bits' needs the 'offsets' input")
+            self.kernel = K.mul_parallel if ctx.parallel else K.mul
 
     def run(self, inputs, counts):
         a, b = self.inputs_ab(inputs)
         out_shape, dims, st1, st2, n_items = self.plan(a, b)
         out = np.empty(out_shape, dtype=self.out_dtype)
         ovf, sat = counters(n_items)
-        self.kernel(_flat(a), _flat(b), dims, st1, st2, K.CHUNK, self.a_zp, self.b_zp, self.rq, out.reshape(-1),
-                    ovf, sat)
+        extra = () if self.affine is None else self.affine
+        self.kernel(_flat(a), _flat(b), dims, st1, st2, K.CHUNK, self.a_zp, self.b_zp, *extra, self.rq,
+                    out.reshape(-1), ovf, sat)
         counts.add(ovf, sat)
         return [out]
 
