@@ -42,6 +42,10 @@ from intsim.ops.base import Op
 from intsim.ops.common import check_input, counters, zero_point
 from intsim.ops.requant import activation_range, build_requant
 
+#: Largest stride, dilation or padding a model file may ask for: far beyond any real network, small
+#: enough that a hostile file cannot make an op allocate gigabytes from a tiny input.
+MAX_GEOMETRY = 65536
+
 BIAS_DTYPE = {"int8": "int32", "int16": "int64"}
 
 
@@ -169,8 +173,8 @@ class _ConvBase(LinearRequantOp):
         else:
             form = "an int" if self.spatial == 1 else f"an int or a list of {self.spatial} ints"
             self.fail(f"attribute {key!r} must be {form}, got {value!r}")
-        if min(values) < minimum:
-            self.fail(f"attribute {key!r} must be >= {minimum}, got {value!r}")
+        if min(values) < minimum or max(values) > MAX_GEOMETRY:
+            self.fail(f"attribute {key!r} must be in [{minimum}, {MAX_GEOMETRY}], got {value!r}")
         return values
 
     def padding_attr(self):
@@ -199,8 +203,8 @@ class _ConvBase(LinearRequantOp):
             form = "an int, [h, w] or [top, bottom, left, right]"
         if pads is None:
             self.fail(f"attribute 'padding' must be {form}, got {value!r}")
-        if min(min(p) for p in pads) < 0:
-            self.fail(f"attribute 'padding' must be >= 0, got {value!r}")
+        if min(min(p) for p in pads) < 0 or max(max(p) for p in pads) > MAX_GEOMETRY:
+            self.fail(f"attribute 'padding' must be in [0, {MAX_GEOMETRY}], got {value!r}")
         return pads
 
     def output_size(self, sizes):
