@@ -13,6 +13,7 @@ import click
 
 import intsim
 from intsim.cli_common import CONTEXT, Group
+from intsim.cli_convert import convert
 from intsim.cli_golden import compare, golden
 from intsim.cli_info import info
 from intsim.cli_run import run
@@ -37,7 +38,7 @@ def main(quiet):
     """
 
 
-for _command in (info, run, golden, compare):
+for _command in (info, run, golden, compare, convert):
     main.add_command(_command)
 
 
