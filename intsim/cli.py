@@ -14,6 +14,7 @@ import click
 import intsim
 from intsim.cli_common import CONTEXT, Group
 from intsim.cli_convert import convert
+from intsim.cli_demo import demo
 from intsim.cli_golden import compare, golden
 from intsim.cli_info import info
 from intsim.cli_run import run
@@ -38,7 +39,7 @@ def main(quiet):
     """
 
 
-for _command in (info, run, golden, compare, convert):
+for _command in (info, run, demo, golden, compare, convert):
     main.add_command(_command)
 
 

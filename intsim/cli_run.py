@@ -17,6 +17,7 @@ from intsim import audio as au
 from intsim import inspect as ins
 from intsim import metrics as mt
 from intsim import separate as sp
+from intsim.defaults import resolve_model, training_notice
 from intsim.cli_common import CONTEXT, emit_json, fmt_int, notice, profile_option
 
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -47,7 +48,7 @@ class SegmentParam(click.ParamType):
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("model", metavar="MODEL.npz", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", metavar="MODEL.npz|default", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="OUT",
               help="Arrays: the output file, .npz (one array per graph output name) or .npy (the single "
@@ -82,6 +83,8 @@ class SegmentParam(click.ParamType):
 def run(ctx, model, input_path, output, profile, serial, as_json, references, strict_rate, segment, overlap, pcm16):
     """Run MODEL.npz on INPUT: an .npy/.npz array file, or an audio file to separate into stems.
 
+    MODEL `default` is the model shipped with intsim (see `intsim demo`).
+
     \b
     Arrays (INPUT.npy or INPUT.npz)
     INPUT is an .npy array for a one-input model, or an .npz with one array per graph input name.
@@ -113,6 +116,7 @@ def run(ctx, model, input_path, output, profile, serial, as_json, references, st
       intsim run model.npz mix.wav                    # writes separated/model/mix/s1.wav, s2.wav
       intsim run model.npz mix.wav -r s1.wav -r s2.wav --json > result.json
     """
+    model = resolve_model(model)
     if input_path.suffix.lower() in ARRAY_SUFFIXES:
         given = [name for name, used in (("--reference", references), ("--strict-rate", strict_rate),
                                          ("--segment", segment != "auto"), ("--overlap", overlap != sp.DEFAULT_OVERLAP),
@@ -286,6 +290,9 @@ def _run_audio(ctx, model, input_path, output, profile, serial, as_json, referen
         raise ValueError(f"{out_root}: exists and is not a directory; audio outputs go to a folder (-o OUT)")
     loaded = intsim.load(model, profile=profile_option(profile), parallel=not serial)
     load_s = time.perf_counter() - t_start
+    warning = training_notice(loaded.metadata)
+    if warning:
+        notice(ctx, warning)
     mix_file = _read(input_path)  # before the model check: an unreadable file is the more useful message
     io = sp.audio_io(loaded)
     mix, input_info = _prepare_audio(ctx, mix_file, io, strict_rate, "input")
@@ -327,7 +334,8 @@ def _run_audio(ctx, model, input_path, output, profile, serial, as_json, referen
     doc = {
         "intsim": intsim.__version__,
         "model": {"path": str(model), "sha256": ins.file_sha256(model), "name": target.parent.name,
-                  "sample_rate": io.sample_rate, "channels": io.channels, "stems": sep.names},
+                  "sample_rate": io.sample_rate, "channels": io.channels, "stems": sep.names,
+                  "training": loaded.metadata.get("training")},
         "profile": loaded.profile.to_dict(),
         "parallel": not serial,
         "sample_rate": io.sample_rate,

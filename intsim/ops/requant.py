@@ -22,7 +22,7 @@ def activation_range(op, dtype: str) -> tuple[int, int]:
     return act_min, act_max
 
 
-def build_requant(op, path, mult, shift, scale, out_zp, act_min, act_max, negative=None):
+def build_requant(op, path, mult, shift, scale, out_zp, act_min, act_max, negative=None, out_dtype=None):
     """Kernel requant tuple for a profile path from Q0.31 multipliers and float32 scales.
 
     ``mult``/``shift`` are the stored TFLite-style multipliers; they are reduced to the path's
@@ -42,8 +42,10 @@ def build_requant(op, path, mult, shift, scale, out_zp, act_min, act_max, negati
         mult = _reduce(mult, path.mult_bits)
         if "mult" in neg:
             neg["mult"] = _reduce(neg["mult"], path.mult_bits)
-    # Saturation is counted against the output dtype's range, not a fused activation's clamp.
-    range_min, range_max = INT_RANGES.get(op.output_spec(0).dtype, (act_min, act_max))
+    # Saturation is counted against the output dtype's range (default: the op's first output), not
+    # against a fused activation's clamp.
+    out_dtype = op.output_spec(0).dtype if out_dtype is None else str(np.dtype(out_dtype))
+    range_min, range_max = INT_RANGES.get(out_dtype, (act_min, act_max))
     return requant_params(mult, shift, scale, path.rounding_code, path.mult_bits, path.acc_bits,
                           path.acc_saturating, out_zp, act_min, act_max, neg.get("mult"), neg.get("shift"),
                           neg.get("scale"), neg.get("pos_offset"), neg.get("neg_offset"), range_min, range_max)

@@ -38,7 +38,7 @@ def node_rq(graph: Graph, node: Node, profile):
     path = get_profile(profile).path(x.dtype)
     info = np.iinfo(y.dtype)
     out_zp = y.quant.zero_point[0] if y.quant else 0
-    return build_requant(_Failer(), path, mult, shift, scale, out_zp, info.min, info.max)
+    return build_requant(_Failer(), path, mult, shift, scale, out_zp, info.min, info.max, out_dtype=y.dtype)
 
 
 def reference_run(graph: Graph, inputs: dict, profile=None):
