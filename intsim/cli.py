@@ -15,6 +15,7 @@ import intsim
 from intsim.cli_common import CONTEXT, Group
 from intsim.cli_convert import convert
 from intsim.cli_demo import demo
+from intsim.cli_eval import eval_command
 from intsim.cli_golden import compare, golden
 from intsim.cli_info import info
 from intsim.cli_run import run
@@ -39,7 +40,7 @@ def main(quiet):
     """
 
 
-for _command in (info, run, demo, golden, compare, convert):
+for _command in (info, run, demo, golden, compare, convert, eval_command):
     main.add_command(_command)
 
 
