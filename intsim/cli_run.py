@@ -248,29 +248,16 @@ def _read(path: Path) -> au.Audio:
 
 
 def _prepare_audio(ctx, a: au.Audio, io: sp.AudioIO, strict_rate: bool, what: str):
-    """Bring audio read from a file to the model's rate and channels; (audio [C, T] at model rate, info)."""
-    path = a.path
-    info = {"path": str(path), "format": a.format, "subtype": a.subtype, "sample_rate": a.rate,
-            "channels": a.channels, "samples": a.samples, "seconds": round(a.seconds, 6)}
-    x, policy = au.convert_channels(a.data, io.channels, str(path))
-    if policy != "as-is":
-        how = "downmixed to mono (channel mean)" if policy == "downmix-mean" else f"duplicated to {io.channels} channels"
-        notice(ctx, f"note: {what} {path}: {a.channels} channel(s) {how} for the model")
-    info["channel_policy"] = policy
-    info["resampled"] = a.rate != io.sample_rate
-    info["resample"] = None
-    if a.rate != io.sample_rate:
-        if strict_rate:
-            raise ValueError(f"{path}: sample rate {a.rate} Hz differs from the model's {io.sample_rate} Hz "
-                             "(--strict-rate refuses to resample)")
-        up, down = au.resample_ratio(a.rate, io.sample_rate)
-        notice(ctx, f"note: {what} {path}: resampled {a.rate} Hz -> {io.sample_rate} Hz (scipy resample_poly "
-                    f"up {up}, down {down}; float, outside the integer contract)")
-        x = au.resample(x, a.rate, io.sample_rate)
-        info["resample"] = {"from_hz": a.rate, "to_hz": io.sample_rate, "method": "scipy.signal.resample_poly",
-                            "up": up, "down": down}
-    info["peak"] = au.check_not_silent(x, f"{path}")
-    info["model_rate_samples"] = int(x.shape[1])
+    """``separate.conform`` plus notices on stderr for what it changed; (audio [C, T], info)."""
+    x, info = sp.conform(a, io, strict_rate)
+    if info["channel_policy"] != "as-is":
+        how = ("downmixed to mono (channel mean)" if info["channel_policy"] == "downmix-mean"
+               else f"duplicated to {io.channels} channels")
+        notice(ctx, f"note: {what} {a.path}: {a.channels} channel(s) {how} for the model")
+    if info["resample"]:
+        r = info["resample"]
+        notice(ctx, f"note: {what} {a.path}: resampled {r['from_hz']} Hz -> {r['to_hz']} Hz (scipy resample_poly "
+                    f"up {r['up']}, down {r['down']}; float, outside the integer contract)")
     return x, info
 
 

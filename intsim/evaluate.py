@@ -210,26 +210,15 @@ def _read_json(path: Path) -> list[Item]:
 
 # --- evaluating one item --------------------------------------------------------------------------
 
-def prepare(a: au.Audio, io: sp.AudioIO, strict_rate: bool = False) -> np.ndarray:
-    """Audio read from a file -> float32 ``[C, T]`` at the model's rate and channel count."""
-    x, _ = au.convert_channels(a.data, io.channels, a.path)
-    if a.rate != io.sample_rate:
-        if strict_rate:
-            raise au.AudioError(f"{a.path}: sample rate {a.rate} Hz differs from the model's {io.sample_rate} Hz")
-        x = au.resample(x, a.rate, io.sample_rate)
-    return x
-
-
 def evaluate_item(model, io: sp.AudioIO, item: Item, *, segment=sp.AUTO, overlap: float = sp.DEFAULT_OVERLAP,
                   strict_rate: bool = False) -> dict:
     """Separate and score one item; the ``ok`` record (raises on any failure)."""
     if io.stems and len(item.references) != len(io.stems):
         raise ValueError(f"{len(item.references)} reference(s) for a model with {len(io.stems)} stems {io.stems}")
-    mix = prepare(au.read_audio(item.mixture), io, strict_rate)
-    au.check_not_silent(mix, str(item.mixture))
+    mix, _ = sp.conform(au.read_audio(item.mixture), io, strict_rate)
     refs = []
     for path in item.references:
-        r = prepare(au.read_audio(path), io, strict_rate)
+        r, _ = sp.conform(au.read_audio(path), io, strict_rate)
         if r.shape[1] != mix.shape[1]:
             raise ValueError(f"{path}: {r.shape[1]} samples at {io.sample_rate} Hz, the mixture has {mix.shape[1]}")
         refs.append(r)

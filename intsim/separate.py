@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from intsim import audio as au
 from intsim.ops.fqss import to_audio
 
 #: AUTO segmenting runs files up to this length whole.
@@ -361,3 +362,30 @@ def separate(model, mixture: np.ndarray, *, segment=AUTO, overlap: float = DEFAU
                       None if seg is None else overlap, plan, call_len, produced,
                       "input-peak" if seg is not None and io.normalizes_input else "none", reordered,
                       run_s, sum(jit), counts)
+
+
+def conform(a: "au.Audio", io: "AudioIO", strict_rate: bool = False) -> tuple[np.ndarray, dict]:
+    """Audio read from a file -> (float32 ``[C, T]`` at the model's rate and channel count, info).
+
+    Channels: ``audio.convert_channels`` (mean downmix for mono models).  Rate: ``resample_poly``
+    unless ``strict_rate``, which refuses.  Silent audio is an error.  ``info`` records what was
+    done (``channel_policy``, ``resample``) for notices and JSON reports.
+    """
+    path = a.path
+    info = {"path": str(path), "format": a.format, "subtype": a.subtype, "sample_rate": a.rate,
+            "channels": a.channels, "samples": a.samples, "seconds": round(a.seconds, 6)}
+    x, policy = au.convert_channels(a.data, io.channels, str(path))
+    info["channel_policy"] = policy
+    info["resampled"] = a.rate != io.sample_rate
+    info["resample"] = None
+    if a.rate != io.sample_rate:
+        if strict_rate:
+            raise au.AudioError(f"{path}: sample rate {a.rate} Hz differs from the model's {io.sample_rate} Hz "
+                                "(--strict-rate refuses to resample)")
+        up, down = au.resample_ratio(a.rate, io.sample_rate)
+        x = au.resample(x, a.rate, io.sample_rate)
+        info["resample"] = {"from_hz": a.rate, "to_hz": io.sample_rate, "method": "scipy.signal.resample_poly",
+                            "up": up, "down": down}
+    info["peak"] = au.check_not_silent(x, f"{path}")
+    info["model_rate_samples"] = int(x.shape[1])
+    return x, info
