@@ -46,6 +46,13 @@ def build_requant(op, path, mult, shift, scale, out_zp, act_min, act_max, negati
     # against a fused activation's clamp.
     out_dtype = op.output_spec(0).dtype if out_dtype is None else str(np.dtype(out_dtype))
     range_min, range_max = INT_RANGES.get(out_dtype, (act_min, act_max))
+    # A bound set by a fused activation (attribute act_min / act_max, e.g. ReLU's zero point) is
+    # the activation's own clamp even where it equals the dtype limit: it never counts.
+    attrs = getattr(getattr(op, "node", None), "attrs", {})
+    if "act_min" in attrs:
+        range_min = -(2**62)
+    if "act_max" in attrs:
+        range_max = 2**62
     return requant_params(mult, shift, scale, path.rounding_code, path.mult_bits, path.acc_bits,
                           path.acc_saturating, out_zp, act_min, act_max, neg.get("mult"), neg.get("shift"),
                           neg.get("scale"), neg.get("pos_offset"), neg.get("neg_offset"), range_min, range_max)

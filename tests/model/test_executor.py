@@ -490,3 +490,30 @@ def test_model_validates_graph_and_io_names():
     graph.inputs = ["x", "x"]
     with pytest.raises(GraphError, match="listed twice"):
         Model(graph)
+
+
+def test_fused_activation_clamp_is_not_counted_as_saturation():
+    """A fused ReLU (act_min attribute) clamps by design; only values past the dtype maximum count."""
+    from intsim.executor import Model
+
+    x = np.random.default_rng(3).integers(-128, 128, (1, 4, 64)).astype(np.int8)
+
+    def run(act_min):
+        graph = conv_graph(seed=3)
+        node = graph.nodes[0]
+        if act_min is not None:
+            node.attrs["act_min"] = act_min
+        model = Model(graph, parallel=False)
+        seen = {}
+        model.run(x, hook=lambda n, ins, outs: seen.setdefault(n.name, outs[0]))
+        return model.counts[node.name].saturations, seen[node.name]
+
+    node = conv_graph(seed=3).nodes[0]
+    zp = conv_graph(seed=3).tensors[node.outputs[0]].quant.zero_point[0]
+    plain_count, plain = run(None)  # counts both sides of the int8 range
+    high_count, same = run(-128)  # act_min at the dtype minimum: clamps nothing new, counts the high side only
+    relu_count, relu = run(zp)
+    np.testing.assert_array_equal(same, plain)
+    assert np.count_nonzero(relu == zp) > np.count_nonzero(plain == zp)  # the ReLU clamped values ...
+    assert relu_count == high_count  # ... which are not counted,
+    assert 0 < high_count < plain_count  # while the int8 saturations above 127 are
