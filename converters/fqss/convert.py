@@ -1,5 +1,8 @@
 """FQSS ConvTasNetQ checkpoint -> integer intsim graph (``convert_fqss``), with a conversion report.
 
+ConvTasNetMusicQ checkpoints are dispatched to ``convert_music.MusicConverter`` (dynamic splitter
+delta, ``conv1d_dynamic`` encoder, cLN, linear decoder, overlap-add after the quantizers).
+
 The design, its measured cost and the parity table are in ``docs/fqss-conversion.md``.  In short:
 
 * every FQSS activation quantizer becomes an int8 tensor carrying FQSS's codes ``q = a - 128``
@@ -169,13 +172,15 @@ def convert_state_dict(state_dict, cfg: FQSSConfig, *, exact_offsets: bool = Fal
     """``convert_fqss`` for an already loaded and validated ``(state_dict, FQSSConfig)``."""
     sd = {k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v) for k, v in state_dict.items()}
     report = ConversionReport(model=cfg.model, checkpoint=source, sha256=sha256, exact_offsets=exact_offsets)
-    if cfg.model == MUSIC:
-        raise ConversionError("ConvTasNetMusicQ is not supported yet: its splitter has a dynamic delta "
-                              "(normalize=False), so the encoder's requantization changes with every call")
     _check_supported(cfg)
     if not fold_offsets and exact_offsets:
         raise ValueError("exact_offsets needs fold_offsets")
-    conv = _SpeechConverter(sd, cfg, report, exact_offsets, profile, fold_offsets)
+    if cfg.model == MUSIC:
+        from .convert_music import MusicConverter
+
+        conv = MusicConverter(sd, cfg, report, exact_offsets, profile, fold_offsets)
+    else:
+        conv = _SpeechConverter(sd, cfg, report, exact_offsets, profile, fold_offsets)
     outputs = conv.run()
     metadata = {
         "model": cfg.model,
@@ -196,6 +201,10 @@ def convert_state_dict(state_dict, cfg: FQSSConfig, *, exact_offsets: bool = Fal
         "fqss_tensors": dict(conv.em.tensor_keys),
         "fqss_phase_tensors": list(conv.phase_tensors),
     }
+    if cfg.model == MUSIC:
+        from .convert_music import music_metadata
+
+        metadata.update(music_metadata(cfg))
     graph = conv.gb.build(outputs, profile=profile, metadata=metadata)
     report.n_nodes = len(graph.nodes)
     report.n_constants = len(graph.constants)

@@ -203,10 +203,10 @@ def test_unsupported_configurations_raise_conversion_error(tmp_path):
     with pytest.raises(ConversionError, match="mask_act"):
         convert_fqss(ckpt, cfg)
     music = dict(model="ConvTasNetMusicQ", n_filters=16, bn_chan=8, hid_chan=16, n_blocks=2, n_repeats=1,
-                 kernel_size=8, stride=4)
+                 kernel_size=8, stride=4, n_splitter=1)  # ConvTasNetMusicQ itself converts (test_convert_music)
     state_dict, config = random_checkpoint(music, seed=5, **CALIB)
     ckpt, cfg = save_checkpoint(tmp_path, state_dict, config, "music")
-    with pytest.raises(ConversionError, match="dynamic delta"):
+    with pytest.raises(ConversionError, match="n_splitter = 1"):
         convert_fqss(ckpt, cfg)
 
 
