@@ -64,7 +64,8 @@ FORMATS = {"npy": ".npy", "c": ".h", "hex": ".hex"}
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t",
            "int64": "int64_t", "float32": "float"}
 
-_LINEAR = {1: "weights", 2: "bias", 3: "multiplier", 4: "shift", 5: "scale"}
+_LINEAR = {1: "weights", 2: "bias", 3: "multiplier", 4: "shift", 5: "scale", 6: "neg_multiplier", 7: "neg_shift",
+           8: "neg_scale", 9: "pos_offset", 10: "neg_offset"}
 _RQ_TAIL = {2: "multiplier", 3: "shift", 4: "scale"}
 #: Names of constant node inputs by op and input position (see each op module's docstring).
 #: Constants of other ops are called ``const<i>``; non-constant inputs are ``input<i>``.
@@ -73,7 +74,8 @@ CONSTANT_ROLES = {
     "linear": _LINEAR,
     "batch_matmul": {1: "weights", **_RQ_TAIL},
     "requantize": {1: "multiplier", 2: "shift", 3: "scale"},
-    "add": _RQ_TAIL, "sub": _RQ_TAIL, "mul": _RQ_TAIL,
+    "add": {**_RQ_TAIL, 5: "offset"}, "sub": {**_RQ_TAIL, 5: "offset"}, "mul": {**_RQ_TAIL, 5: "offsets"},
+    "conv1d_dynamic": {2: "weights", 3: "weight_scale", 4: "bias16"},
     "prelu": {1: "alpha", **_RQ_TAIL},
     "lut8": {1: "table"}, "lut16": {1: "table"},
     "group_norm": {1: "multiplier", 2: "shift", 3: "bias"},
