@@ -11,6 +11,7 @@ import intsim
 from intsim import compare as cmp
 from intsim import golden as gold
 from intsim import inspect as ins
+from intsim.defaults import resolve_model
 from intsim.cli_common import CONTEXT, emit_json, fmt_int, notice, profile_option
 
 
@@ -22,7 +23,7 @@ def _formats(ctx, param, value):
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("model", metavar="MODEL.npz", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", metavar="MODEL.npz|default", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("input_path", metavar="INPUT.npy|INPUT.npz", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Directory to create (must not exist or be empty; see --force).  "
@@ -56,6 +57,7 @@ def golden(ctx, model, input_path, output, formats, profile, force, serial, as_j
       intsim golden model.npz mix.npy -o golden/dsp --profile dsp24.toml --format c,hex
       intsim compare golden/tflm firmware_dump/
     """
+    model = resolve_model(model)
     fmts = formats
     if output is None:
         output = Path("golden") / model.stem / input_path.stem

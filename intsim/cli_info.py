@@ -11,10 +11,11 @@ import intsim
 from intsim import inspect as ins
 from intsim import cost as cost_mod
 from intsim import modelfile
+from intsim.defaults import resolve_model
 from intsim.cli_common import CONTEXT, emit_json, fmt_int, fmt_macs, notice
 
 @click.command(context_settings=CONTEXT)
-@click.argument("model", metavar="MODEL.npz", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", metavar="MODEL.npz|default", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--length", "-n", type=click.IntRange(min=1), default=None, metavar="N",
               help="Input length in samples/frames used to count MACs: it replaces the last dynamic "
                    "dimension of each graph input.  [default: 1 s at the model's metadata sample_rate, "
@@ -50,6 +51,7 @@ def info(ctx, model, length, nodes, no_macs, with_cost, align, as_json):
       intsim info model.npz --length 80000 --json | jq .macs.total
       intsim info model.npz --cost --length 16000 --json | jq .cost.memory.arena_bytes
     """
+    model = resolve_model(model)
     if with_cost and no_macs:
         raise click.UsageError("--cost needs shapes and MACs; it cannot be combined with --no-macs")
     graph = modelfile.load(model)
