@@ -41,3 +41,16 @@ def test_info_cost_on_the_converted_model():
     doc = json.loads(result.stdout)
     memory = doc["cost"]["memory"]
     assert memory["no_reuse_bytes"] >= memory["arena_bytes"] >= memory["peak_live_bytes"] > 0
+
+
+def test_eval_on_the_converted_model_with_a_profile(tmp_path):
+    from intsim.defaults import DEMO_MIX, DEMO_REFERENCES
+
+    manifest = tmp_path / "items.csv"
+    manifest.write_text("id,mixture,s1,s2\n" + "".join(
+        f"item{i},{DEMO_MIX},{DEMO_REFERENCES[0]},{DEMO_REFERENCES[1]}\n" for i in range(2)))
+    result = invoke("eval", manifest, "default", "-o", tmp_path / "res", "-p", "single", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["summary"]["count"] == 2 and doc["summary"]["failures"] == 0 and doc["profile"]["name"] == "single"
+    assert (tmp_path / "res" / "results.csv").is_file()
