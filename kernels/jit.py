@@ -24,7 +24,7 @@ def renamed(fn, suffix: str):
 
 
 def serial_and_parallel(fn):
-    """``(serial, parallel)`` cached, nogil Numba dispatchers of ``fn`` (never fastmath)."""
+    """``(serial, parallel)`` cached, nogil Numba dispatchers of ``fn`` (no fast-math flags: integer semantics are exact)."""
     serial = njit(cache=True, nogil=True)(fn)
     parallel = njit(cache=True, nogil=True, parallel=True)(renamed(fn, "_parallel"))
     return serial, parallel
